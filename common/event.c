@@ -48,6 +48,10 @@ enum chat_err chat_send_parse(const void *payload, size_t len, struct chat_send 
 {
 	memset(out, 0, sizeof *out);
 	if(cid_out) *cid_out = NULL;
+	if(!payload || len == 0){
+		*reason = "empty message";
+		return CHAT_E_BAD_PAYLOAD;
+	}
 	if(!chat_utf8_valid(payload, len)){
 		*reason = "payload is not valid UTF-8";
 		return CHAT_E_BAD_PAYLOAD;
@@ -114,6 +118,10 @@ enum chat_err chat_receipt_parse(const void *payload, size_t len, struct chat_re
 	json_error_t jerr;
 	json_t *root = NULL;
 	enum chat_err rc = CHAT_E_BAD_PAYLOAD;
+	if(!payload || len == 0){
+		*reason = "empty receipt";
+		return rc;
+	}
 	if(!chat_utf8_valid(payload, len)){
 		*reason = "payload is not valid UTF-8";
 		return rc;
