@@ -74,7 +74,9 @@ int chat_auth__basic_cb(int event, void *event_data, void *userdata)
 		int64_t exp;
 		ok = chat_token_verify(&p->secret, password, chat_now_ms() / 1000, sub, &exp) == CHAT_TOKEN_OK
 			&& strcmp(sub, username) == 0;
-	}else{
+	}
+	if(!ok){
+		/* not a token (or a password that merely looks like one) */
 		int rc = chat_verifier_check(&p->secret, username, password, u->verifier);
 		if(rc == 0){
 			ok = true;
