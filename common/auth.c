@@ -76,6 +76,7 @@ int chat_pwhash_verify(const char *password, const char *stored)
 	if(!stored || strncmp(stored, pfx, strlen(pfx)) != 0) return -1;
 	const char *p = stored + strlen(pfx);
 	char *end;
+	if(*p < '0' || *p > '9') return -1;
 	errno = 0;
 	unsigned long iter = strtoul(p, &end, 10);
 	if(errno || end == p || *end != '$' || iter < 1000 || iter > 100000000) return -1;

@@ -22,8 +22,16 @@ int chat_conf_load(struct chat_conf *c, const char *path, int *bad_line)
 	char *text = chat_read_file(path, 1 << 20, NULL);
 	if(!text) return -1;
 	int lineno = 0, rc = 0;
-	char *save = NULL;
-	for(char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)){
+	char *next = text;
+	while(next && *next){
+		char *line = next;
+		char *nl = strchr(line, '\n');
+		if(nl){
+			*nl = '\0';
+			next = nl + 1;
+		}else{
+			next = NULL;
+		}
 		lineno++;
 		char *l = trim(line);
 		if(!*l || *l == '#') continue; /* '#' inside a value is kept */
@@ -35,6 +43,11 @@ int chat_conf_load(struct chat_conf *c, const char *path, int *bad_line)
 		}
 		*eq = '\0';
 		char *k = trim(l), *v = trim(eq + 1);
+		if(!*k){
+			if(bad_line) *bad_line = lineno;
+			rc = -2;
+			break;
+		}
 		struct chat_conf_kv *nkv = realloc(c->kv, (c->n + 1) * sizeof *nkv);
 		if(!nkv){ rc = -1; break; }
 		c->kv = nkv;

@@ -37,10 +37,14 @@ void chat_send_free(struct chat_send *s)
 	memset(s, 0, sizeof *s);
 }
 
+/* 1 to 64 characters (code points; the text is valid UTF-8 already). */
 static bool cid_ok(const char *cid)
 {
-	size_t n = strlen(cid);
-	return n >= 1 && n <= CHAT_CID_MAX;
+	size_t chars = 0;
+	for(const unsigned char *p = (const unsigned char *)cid; *p; p++){
+		if((*p & 0xC0) != 0x80) chars++;
+	}
+	return chars >= 1 && chars <= CHAT_CID_MAX;
 }
 
 enum chat_err chat_send_parse(const void *payload, size_t len, struct chat_send *out, char **cid_out,
@@ -58,6 +62,12 @@ enum chat_err chat_send_parse(const void *payload, size_t len, struct chat_send 
 	}
 	json_error_t jerr;
 	json_t *root = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if(!root && (json_error_code(&jerr) == json_error_duplicate_key
+				|| json_error_code(&jerr) == json_error_null_character)){
+		/* JSON, but not acceptable JSON: never store it as text */
+		*reason = "JSON payload with duplicate keys or NUL characters";
+		return CHAT_E_BAD_PAYLOAD;
+	}
 	if(!root){
 		/* Not JSON: plain text is the body. */
 		if(len == 0){
@@ -147,7 +157,7 @@ enum chat_err chat_receipt_parse(const void *payload, size_t len, struct chat_re
 	json_array_foreach(ids, i, v){
 		const char *s = json_string_value(v);
 		char *end;
-		if(!s || !*s || strlen(s) > 19){
+		if(!s || !*s || strlen(s) > 19 || strspn(s, "0123456789") != strlen(s)){
 			*reason = "message ids are decimal strings";
 			goto done;
 		}

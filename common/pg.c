@@ -97,13 +97,12 @@ long chat_pgarr_parse(const char *lit, char ***out)
 	long n = 0, cap = 0;
 	char **v = NULL;
 	struct chat_buf cur = {0};
-	if(*p == '}') return 0;
+	if(strcmp(p, "}") == 0) return 0;
 	for(;;){
-		bool quoted = false, isnull = false;
+		bool isnull = false;
 		chat_buf_reset(&cur);
 		if(chat_buf_append(&cur, "", 0)) goto fail;
 		if(*p == '"'){
-			quoted = true;
 			p++;
 			while(*p && *p != '"'){
 				if(*p == '\\' && p[1]) p++;
@@ -113,13 +112,15 @@ long chat_pgarr_parse(const char *lit, char ***out)
 			if(*p != '"') goto fail;
 			p++;
 		}else{
+			/* unquoted: no quotes, braces or backslashes, never empty */
 			while(*p && *p != ',' && *p != '}'){
+				if(*p == '{' || *p == '"' || *p == '\\') goto fail;
 				if(chat_buf_append(&cur, p, 1)) goto fail;
 				p++;
 			}
+			if(cur.len == 0) goto fail;
 			isnull = strcmp(cur.data, "NULL") == 0;
 		}
-		(void)quoted;
 		if(n == cap){
 			cap = cap ? cap * 2 : 8;
 			char **nv = realloc(v, (size_t)cap * sizeof *v);
@@ -129,8 +130,11 @@ long chat_pgarr_parse(const char *lit, char ***out)
 		v[n] = isnull ? NULL : strdup(cur.data);
 		if(!isnull && !v[n]) goto fail;
 		n++;
-		if(*p == ',') { p++; continue; }
-		if(*p == '}') break;
+		if(*p == ','){
+			p++;
+			continue;
+		}
+		if(p[0] == '}' && p[1] == '\0') break;
 		goto fail;
 	}
 	chat_buf_free(&cur);

@@ -67,7 +67,7 @@ static int set_opt(struct chat_config *cfg, const struct opt_def *d, const char 
 		char *end;
 		errno = 0;
 		unsigned long n = strtoul(v, &end, 10);
-		if(errno || end == v || *end || v[0] == '-' || n < d->min || n > d->max){
+		if(errno || end == v || *end || v[0] < '0' || v[0] > '9' || n < d->min || n > d->max){
 			snprintf(err, errlen, "plugin_opt_%s: \"%s\" is not a whole number from %u to %u", d->name, v,
 					d->min, d->max);
 			return -1;
@@ -132,7 +132,7 @@ int chat_config__parse(struct chat_config *cfg, struct mosquitto_opt *opts, int 
 	if(strcmp(cfg->wakeup, "auto") != 0 && strcmp(cfg->wakeup, "off") != 0){
 		const char *colon = strrchr(cfg->wakeup, ':');
 		char *end = NULL;
-		long port = colon ? strtol(colon + 1, &end, 10) : 0;
+		long port = colon && colon[1] >= '0' && colon[1] <= '9' ? strtol(colon + 1, &end, 10) : 0;
 		if(!colon || colon == cfg->wakeup || !end || *end || port < 1 || port > 65535){
 			snprintf(err, errlen, "plugin_opt_wakeup must be auto, off or HOST:PORT, not \"%s\"", cfg->wakeup);
 			goto fail;

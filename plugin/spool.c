@@ -158,6 +158,7 @@ size_t chat_spool__torn_bytes(const struct chat_spool *s)
 int chat_spool__append(struct chat_spool *s, const char *const *v, const size_t *lens, size_t n)
 {
 	size_t body = 4;
+	if(n > 1024) return -1; /* what chat_spool__read would refuse */
 	for(size_t i = 0; i < n; i++) body += 4 + lens[i];
 	if(body > SPOOL_MAX_RECORD) return -1;
 	unsigned char *buf = malloc(12 + body);

@@ -1076,9 +1076,10 @@ static int batch_db(struct chat_store *s, struct chat_job *jobs, bool outbox)
 			db_close(s);
 			return 0;
 		}
+		char why[512];
+		snprintf(why, sizeof why, "%s", PQerrorMessage(s->pg)); /* before ROLLBACK clears it */
 		simple(s, "ROLLBACK");
-		chat_store__log(s->p, MOSQ_LOG_WARNING, "chat: store: batch failed (attempt %d): %s", attempt + 1,
-				PQerrorMessage(s->pg));
+		chat_store__log(s->p, MOSQ_LOG_WARNING, "chat: store: batch failed (attempt %d): %s", attempt + 1, why);
 		/* a clash with another writer: forget counters, re-read, re-plan */
 		free_map_values(&s->counters);
 		free_map_values(&s->gcounters);
@@ -1176,13 +1177,14 @@ static void try_connect(struct chat_store *s)
 	}
 	s->backoff_ms = 100;
 	s->db_up = true;
+	/* replay first: counters loaded before it would miss the spooled seqs */
+	if(!replay(s)){
+		if(s->db_up) db_close(s);
+		return;
+	}
 	if(!s->counters_loaded && load_all_counters(s)){
 		chat_store__log(s->p, MOSQ_LOG_WARNING, "chat: store: cannot load counters: %s", PQerrorMessage(s->pg));
 		db_close(s);
-		return;
-	}
-	if(!replay(s)){
-		if(s->db_up) db_close(s);
 		return;
 	}
 	s->outbox_ready = true; /* catch up on membership events */

@@ -89,8 +89,9 @@ void chat_topic__classify(const char *prefix, size_t plen, const char *topic, bo
 		}
 		if(!pe){
 			/* every prefix level matched; only a deeper level reaches chat topics */
-			out->kind = fe ? (wild_before ? CHAT_T_WILD_ANY : CHAT_T_WILD_IN) : CHAT_T_OUTSIDE;
-			if(!fe && wild_before) out->kind = CHAT_T_OUTSIDE; /* "+" alone matches only one level */
+			/* a '+' at or above the prefix depth also matches outside topics
+			 * (and the prefix topic itself) */
+			out->kind = wild_before ? CHAT_T_WILD_ANY : (fe ? CHAT_T_WILD_IN : CHAT_T_OUTSIDE);
 			return;
 		}
 		if(!fe) return; /* filter shorter than the prefix */
