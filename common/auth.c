@@ -38,9 +38,10 @@ int chat_secret_set(struct chat_secret *s, const void *key, size_t len)
 int chat_secret_load(struct chat_secret *s, const char *path, char *err, size_t errlen)
 {
 	size_t len = 0;
-	char *buf = chat_read_file(path, CHAT_SECRET_MAX, &len);
+	char *buf = chat_read_file(path, CHAT_SECRET_MAX + 2, &len);
 	if(!buf){
-		snprintf(err, errlen, "cannot read token secret file %s: %s", path, strerror(errno));
+		snprintf(err, errlen, "cannot read token secret file %s: %s", path,
+				errno == EFBIG ? "larger than 4096 bytes" : strerror(errno));
 		return -1;
 	}
 	while(len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) len--;
@@ -97,23 +98,21 @@ int chat_pwhash_verify(const char *password, const char *stored)
 	return rc;
 }
 
-static void verifier_mac(const struct chat_secret *s, const char *user, const char *password,
+static int verifier_mac(const struct chat_secret *s, const char *user, const char *password,
 		unsigned char mac[32])
 {
 	size_t ul = strlen(user), pl = strlen(password);
 	/* user NUL password: the NUL keeps ("ab","c") and ("a","bc") apart */
 	unsigned char stackbuf[512];
 	unsigned char *msg = (ul + pl + 1 <= sizeof stackbuf) ? stackbuf : malloc(ul + pl + 1);
-	if(!msg){
-		memset(mac, 0, 32);
-		return;
-	}
+	if(!msg) return -1;
 	memcpy(msg, user, ul);
 	msg[ul] = 0;
 	memcpy(msg + ul + 1, password, pl);
 	hmac256(s, msg, ul + pl + 1, mac);
 	OPENSSL_cleanse(msg, ul + pl + 1);
 	if(msg != stackbuf) free(msg);
+	return 0;
 }
 
 int chat_verifier_make(const struct chat_secret *s, const char *user, const char *password,
@@ -121,7 +120,7 @@ int chat_verifier_make(const struct chat_secret *s, const char *user, const char
 {
 	unsigned char mac[32];
 	char hex[65];
-	verifier_mac(s, user, password, mac);
+	if(verifier_mac(s, user, password, mac)) return -1;
 	chat_hex_encode(mac, 32, hex);
 	int n = snprintf(out, CHAT_VERIFIER_MAX, "%s$%s", s->kid, hex);
 	return (n > 0 && n < CHAT_VERIFIER_MAX) ? 0 : -1;

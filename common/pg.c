@@ -35,8 +35,17 @@ bool chat_pg_conn_lost(PGconn *c)
 	return !c || PQstatus(c) != CONNECTION_OK;
 }
 
+static void reopen(struct chat_pgarr *a)
+{
+	if(!a->closed) return;
+	a->closed = false;
+	if(a->n == 0) chat_buf_reset(&a->b);
+	else a->b.data[--a->b.len] = '\0';
+}
+
 int chat_pgarr_null(struct chat_pgarr *a)
 {
+	reopen(a);
 	if(chat_buf_puts(&a->b, a->n ? ",NULL" : "{NULL")) return -1;
 	a->n++;
 	return 0;
@@ -45,6 +54,7 @@ int chat_pgarr_null(struct chat_pgarr *a)
 int chat_pgarr_str(struct chat_pgarr *a, const char *s)
 {
 	if(!s) return chat_pgarr_null(a);
+	reopen(a);
 	if(chat_buf_puts(&a->b, a->n ? ",\"" : "{\"")) return -1;
 	for(const char *p = s; *p; p++){
 		if(*p == '"' || *p == '\\'){
@@ -59,6 +69,7 @@ int chat_pgarr_str(struct chat_pgarr *a, const char *s)
 
 int chat_pgarr_i64(struct chat_pgarr *a, int64_t v)
 {
+	reopen(a);
 	if(chat_buf_printf(&a->b, "%s%lld", a->n ? "," : "{", (long long)v)) return -1;
 	a->n++;
 	return 0;
@@ -66,7 +77,9 @@ int chat_pgarr_i64(struct chat_pgarr *a, int64_t v)
 
 const char *chat_pgarr_end(struct chat_pgarr *a)
 {
+	if(a->closed) return a->b.data;
 	if(chat_buf_puts(&a->b, a->n ? "}" : "{}")) return NULL;
+	a->closed = true;
 	return a->b.data;
 }
 
@@ -74,12 +87,14 @@ void chat_pgarr_reset(struct chat_pgarr *a)
 {
 	chat_buf_reset(&a->b);
 	a->n = 0;
+	a->closed = false;
 }
 
 void chat_pgarr_free(struct chat_pgarr *a)
 {
 	chat_buf_free(&a->b);
 	a->n = 0;
+	a->closed = false;
 }
 
 void chat_pgarr_parsed_free(char **v, long n)
@@ -161,6 +176,14 @@ int chat_pg_migrate(PGconn *c, const char *dir, int partitions, char *err, size_
 	*applied = 0;
 	err[0] = '\0';
 
+	/* One `chatctl init` at a time, also the very first (a session lock,
+	 * released when this connection ends or below). */
+	r = PQexec(c, "SELECT pg_advisory_lock(7413001)");
+	if(PQresultStatus(r) != PGRES_TUPLES_OK){
+		snprintf(err, errlen, "advisory lock: %s", PQresultErrorMessage(r));
+		goto cleanup;
+	}
+	PQclear(r);
 	r = PQexec(c, "CREATE TABLE IF NOT EXISTS schema_version ("
 			"version integer PRIMARY KEY, name text NOT NULL, "
 			"applied_at timestamptz NOT NULL DEFAULT now())");
@@ -207,9 +230,11 @@ int chat_pg_migrate(PGconn *c, const char *dir, int partitions, char *err, size_
 			goto cleanup;
 		}
 		r = PQexec(c, "BEGIN");
-		PQclear(r);
-		/* Serialise concurrent `chatctl init` runs. */
-		r = PQexec(c, "SELECT pg_advisory_xact_lock(7413001)");
+		if(PQresultStatus(r) != PGRES_COMMAND_OK){
+			free(sql);
+			snprintf(err, errlen, "begin: %s", PQresultErrorMessage(r));
+			goto cleanup;
+		}
 		PQclear(r);
 		const char *pv[1] = {vbuf};
 		r = PQexecParams(c, "SELECT 1 FROM schema_version WHERE version = $1::integer", 1, NULL, pv, NULL, NULL, 0);
@@ -230,8 +255,9 @@ int chat_pg_migrate(PGconn *c, const char *dir, int partitions, char *err, size_
 		}
 		const char *sv[1] = {partbuf};
 		r = PQexecParams(c, "SELECT set_config('chat.partitions', $1, true)", 1, NULL, sv, NULL, NULL, 0);
+		bool set_ok = PQresultStatus(r) == PGRES_TUPLES_OK;
 		PQclear(r);
-		r = PQexec(c, sql); /* a trusted file of the project, not user text */
+		r = set_ok ? PQexec(c, sql) : NULL; /* a trusted file of the project, not user text */
 		free(sql);
 		if(PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK){
 			snprintf(err, errlen, "%s: %s", names[i], PQresultErrorMessage(r));
@@ -242,6 +268,12 @@ int chat_pg_migrate(PGconn *c, const char *dir, int partitions, char *err, size_
 		PQclear(r);
 		const char *iv[2] = {vbuf, names[i]};
 		r = PQexecParams(c, "INSERT INTO schema_version (version, name) VALUES ($1::integer, $2)", 2, NULL, iv, NULL, NULL, 0);
+		if(PQresultStatus(r) != PGRES_COMMAND_OK){
+			snprintf(err, errlen, "%s: schema_version: %s", names[i], PQresultErrorMessage(r));
+			PQclear(r);
+			r = PQexec(c, "ROLLBACK");
+			goto cleanup;
+		}
 		PQclear(r);
 		r = PQexec(c, "COMMIT");
 		if(PQresultStatus(r) != PGRES_COMMAND_OK){
@@ -257,6 +289,8 @@ int chat_pg_migrate(PGconn *c, const char *dir, int partitions, char *err, size_
 oom:
 	snprintf(err, errlen, "out of memory");
 cleanup:
+	PQclear(r);
+	r = PQexec(c, "SELECT pg_advisory_unlock_all()");
 	PQclear(r);
 	if(d) closedir(d);
 	for(size_t i = 0; i < nn; i++) free(names[i]);

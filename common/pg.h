@@ -25,6 +25,7 @@ bool chat_pg_conn_lost(PGconn *c);
 struct chat_pgarr {
 	struct chat_buf b;
 	size_t n;
+	bool closed;   /* chat_pgarr_end ran; appending reopens it */
 };
 int chat_pgarr_str(struct chat_pgarr *a, const char *s); /* NULL -> NULL */
 int chat_pgarr_i64(struct chat_pgarr *a, int64_t v);

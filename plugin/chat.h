@@ -115,6 +115,11 @@ struct chat_dir {
 	struct chat_presence_row *presence;
 	size_t npresence;
 	bool first;
+	/* group_outbox rows up to this id belong to the membership in this
+	 * snapshot: the broker enqueues an outbox marker when it swaps it in,
+	 * so group events take their place in the stream of sends. 0: none. */
+	int64_t outbox_upto;
+	bool users_changed;
 };
 
 void chat_dir__free(struct chat_dir *d);
@@ -151,6 +156,8 @@ struct chat_job {
 	struct chat_receipt_in *receipt;
 	bool online;                         /* presence */
 	int64_t last_seen;
+	int64_t outbox_upto;                 /* outbox marker */
+	bool reload_counters;                /* users or groups deleted/re-created */
 };
 void chat_job__free(struct chat_job *j);
 
@@ -184,7 +191,7 @@ struct chat_res *chat_store__results(struct chat_plugin *p);
 /* Any thread: queue a log line for the broker thread. */
 void chat_store__log(struct chat_plugin *p, int level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Directory thread: group_outbox has rows. */
+/* Any thread: catch up on group_outbox (start-up, reconnect). */
 void chat_store__outbox_ready(struct chat_plugin *p);
 
 /* Spool: length+CRC framed records of string vectors, fsync'd. */

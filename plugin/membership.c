@@ -51,6 +51,8 @@ struct chat_dirthread {
 	PGconn *pg;
 	bool need_reload;
 	bool first_done;
+	bool outbox_pending;
+	bool users_pending;
 	int64_t next_reload_ns, next_connect_ns;
 };
 
@@ -99,6 +101,17 @@ static struct chat_dir *load(struct chat_dirthread *t, bool first, char *err, si
 	chat_hmap_init(&d->users);
 	chat_hmap_init(&d->groups);
 	d->first = first;
+
+	/* Read the outbox high-water mark before the memberships: every row up
+	 * to it committed together with its membership change, which the
+	 * reads below therefore see. */
+	if(t->outbox_pending){
+		r = PQexec(t->pg, "SELECT COALESCE(max(id), 0) FROM group_outbox");
+		if(PQresultStatus(r) != PGRES_TUPLES_OK) goto dberr;
+		d->outbox_upto = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+		PQclear(r);
+	}
+	d->users_changed = t->users_pending;
 
 	r = PQexec(t->pg, "SELECT id, COALESCE(verifier, ''), disabled FROM users");
 	if(PQresultStatus(r) != PGRES_TUPLES_OK) goto dberr;
@@ -217,6 +230,8 @@ static void publish_snapshot(struct chat_dirthread *t, struct chat_dir *d)
 				t->ready->presence = NULL;
 			}
 		}
+		if(t->ready->outbox_upto > d->outbox_upto) d->outbox_upto = t->ready->outbox_upto;
+		d->users_changed |= t->ready->users_changed;
 		chat_dir__free(t->ready);
 	}
 	t->ready = d;
@@ -302,6 +317,8 @@ static void *dir_main(void *arg)
 			if(d){
 				t->first_done = true;
 				t->need_reload = false;
+				if(d->outbox_upto) t->outbox_pending = false;
+				t->users_pending = false;
 				t->next_reload_ns = now + (int64_t)p->cfg.refresh_s * 1000000000LL;
 				publish_snapshot(t, d);
 			}else{
@@ -323,11 +340,9 @@ static void *dir_main(void *arg)
 			}
 			PGnotify *nt;
 			while((nt = PQnotifies(t->pg))){
-				if(strcmp(nt->extra, "group_outbox") == 0){
-					chat_store__outbox_ready(p);
-				}else{
-					t->need_reload = true;
-				}
+				if(strcmp(nt->extra, "group_outbox") == 0) t->outbox_pending = true;
+				if(strcmp(nt->extra, "users") == 0 || strcmp(nt->extra, "groups") == 0) t->users_pending = true;
+				t->need_reload = true;
 				PQfreemem(nt);
 			}
 		}

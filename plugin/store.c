@@ -84,6 +84,8 @@ enum {
 
 struct plan {
 	struct chat_pgarr col[NCOLS];
+	int64_t outbox_done;        /* group_outbox ids up to this one are planned */
+	bool outbox_failed;
 	size_t nmsg, ngmsg, ncontacts, nreceipts, nmarks, noutbox, npresence;
 	struct chat_hmap seq;       /* user -> int64 * next counter value (batch-local) */
 	struct chat_hmap gseq;      /* group -> int64 * */
@@ -131,6 +133,7 @@ struct chat_store {
 	struct recent *recent_head, *recent_tail;
 	size_t recent_n;
 	int64_t next_stats_ns, next_outbox_ns;
+	int outbox_min_age_s;
 	long st_stored, st_batches, st_spooled, st_replayed, st_dups, st_db_errors;
 	char prefix[256];
 };
@@ -766,11 +769,21 @@ static void plan_presence(struct chat_store *s, struct plan *pl, struct chat_job
 	chat_hmap_put(&pl->presence, j->from, j, NULL); /* last wins */
 }
 
-/* Turn pending group_outbox rows into group events (inside the transaction). */
-static bool plan_outbox(struct chat_store *s, struct plan *pl)
+/* Turn group_outbox rows with ids up to upto into group events, inside the
+ * batch transaction (the DELETE of those rows commits with the events).
+ * min_age_s > 0: a periodic catch-up that leaves fresh rows to their
+ * markers. */
+static bool plan_outbox(struct chat_store *s, struct plan *pl, int64_t upto, int min_age_s)
 {
-	PGresult *r = PQexec(s->pg, "SELECT id, group_id, event, user_id, by_user, recipients, ts FROM group_outbox "
-			"ORDER BY id LIMIT 1000 FOR UPDATE");
+	char from[24], to[24], age[16];
+	snprintf(from, sizeof from, "%lld", (long long)pl->outbox_done);
+	snprintf(to, sizeof to, "%lld", (long long)upto);
+	snprintf(age, sizeof age, "%d", min_age_s);
+	const char *pv[3] = {from, to, age};
+	PGresult *r = q(s, "SELECT id, group_id, event, user_id, by_user, recipients, ts FROM group_outbox "
+			"WHERE id > $1::bigint AND id <= $2::bigint "
+			"AND created_at <= now() - make_interval(secs => $3::integer) "
+			"ORDER BY id LIMIT 10000 FOR UPDATE", 3, pv);
 	if(PQresultStatus(r) != PGRES_TUPLES_OK){
 		PQclear(r);
 		return false;
@@ -812,9 +825,8 @@ static bool plan_outbox(struct chat_store *s, struct plan *pl)
 		chat_pgarr_parsed_free(rc, k);
 		chat_pgarr_str(&pl->col[O_ID], PQgetvalue(r, i, 0));
 		pl->noutbox++;
-		if(strcmp(event, "created") == 0 && !counter_get(&s->gcounters, gid) && !counter_get(&pl->gseq, gid)){
-			counter_set(&pl->gseq, gid, 0);
-		}
+		int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+		if(id > pl->outbox_done) pl->outbox_done = id;
 	}
 	PQclear(r);
 	return true;
@@ -1014,7 +1026,17 @@ static void plan_jobs(struct chat_store *s, struct plan *pl, struct chat_job *jo
 		case CHAT_JOB_GROUP: plan_group(s, pl, j); break;
 		case CHAT_JOB_RECEIPT: plan_receipt(s, pl, j); break;
 		case CHAT_JOB_PRESENCE: plan_presence(s, pl, j); break;
-		case CHAT_JOB_OUTBOX: break;
+		case CHAT_JOB_OUTBOX:
+			if(!j->outbox_upto) break;
+			if(!s->db_up){
+				/* spooling: chatctl cannot have written since; catch up later */
+				pthread_mutex_lock(&s->mu);
+				s->outbox_ready = true;
+				pthread_mutex_unlock(&s->mu);
+			}else if(j->outbox_upto > pl->outbox_done && !plan_outbox(s, pl, j->outbox_upto, 0)){
+				pl->outbox_failed = true;
+			}
+			break;
 		}
 	}
 }
@@ -1047,6 +1069,17 @@ static int batch_db(struct chat_store *s, struct chat_job *jobs, bool outbox)
 		plan_init(&pl);
 		struct chat_pgarr users = {0}, groups = {0};
 		bool ok = simple(s, "BEGIN");
+		bool reload = false;
+		for(struct chat_job *j = jobs; j; j = j->next) reload |= j->reload_counters;
+		if(ok && reload){
+			/* users or groups were deleted or re-created: the database's
+			 * counters are the truth (they commit with every batch) */
+			free_map_values(&s->counters);
+			free_map_values(&s->gcounters);
+			chat_hmap_init(&s->counters);
+			chat_hmap_init(&s->gcounters);
+			ok = load_all_counters(s) == 0;
+		}
 		if(ok){
 			unknown_counters(s, jobs, &users, &groups);
 			ok = load_counters(s, &users, &groups) == 0;
@@ -1054,8 +1087,11 @@ static int batch_db(struct chat_store *s, struct chat_job *jobs, bool outbox)
 		chat_pgarr_free(&users);
 		chat_pgarr_free(&groups);
 		if(ok) ok = dedupe_db(s, &pl, jobs);
-		if(ok) plan_jobs(s, &pl, jobs);
-		if(ok && outbox) ok = plan_outbox(s, &pl);
+		if(ok && outbox) ok = plan_outbox(s, &pl, INT64_MAX, s->outbox_min_age_s);
+		if(ok){
+			plan_jobs(s, &pl, jobs);
+			ok = !pl.outbox_failed;
+		}
 		if(ok){
 			plan_finish(&pl);
 			size_t counts[7];
@@ -1250,10 +1286,12 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&s->mu);
 
 		int64_t now = chat_mono_ns();
+		s->outbox_min_age_s = 0; /* start-up and reconnect: everything */
 		if(!outbox && s->db_up && now >= s->next_outbox_ns){
 			outbox = true;
-			s->next_outbox_ns = now + (int64_t)p->cfg.refresh_s * 1000000000LL;
+			s->outbox_min_age_s = 2; /* periodic: leave fresh rows to their markers */
 		}
+		if(outbox) s->next_outbox_ns = now + (int64_t)p->cfg.refresh_s * 1000000000LL;
 		if(jobs || outbox){
 			int rc = s->db_up ? batch_db(s, jobs, outbox) : 0;
 			if(rc == 0 && jobs){

@@ -30,6 +30,18 @@ void chat_tick__apply_dir(struct chat_plugin *p, struct chat_dir *d)
 {
 	struct chat_dir *old = p->dir;
 	p->dir = d;
+	if(d->outbox_upto || d->users_changed){
+		/* In stream order: sends enqueued before this see the old
+		 * membership, sends after it the new one, and the group events
+		 * fall exactly between them. */
+		struct chat_job *j = calloc(1, sizeof *j);
+		if(j){
+			j->kind = CHAT_JOB_OUTBOX;
+			j->outbox_upto = d->outbox_upto;
+			j->reload_counters = d->users_changed; /* users or groups deleted or re-created */
+			chat_store__enqueue(p, j);
+		}
+	}
 	if(d->first){
 		for(size_t i = 0; i < d->ncontacts; i++) add_contact(p, d->contacts[i][0], d->contacts[i][1]);
 		free(d->contacts);
