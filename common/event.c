@@ -64,8 +64,14 @@ enum chat_err chat_send_parse(const void *payload, size_t len, struct chat_send 
 	json_t *root = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if(!root && (json_error_code(&jerr) == json_error_duplicate_key
 				|| json_error_code(&jerr) == json_error_null_character)){
-		/* JSON, but not acceptable JSON: never store it as text */
+		/* JSON, but not acceptable JSON: never store it as text. Read it
+		 * leniently once more, only to echo a readable cid. */
 		*reason = "JSON payload with duplicate keys or NUL characters";
+		json_t *lax = json_loadb(payload, len, JSON_ALLOW_NUL, &jerr);
+		const char *laxcid = json_string_value(json_object_get(lax, "cid"));
+		if(laxcid && cid_ok(laxcid) && cid_out && strlen(laxcid) == json_string_length(json_object_get(lax, "cid")))
+			*cid_out = strdup(laxcid);
+		json_decref(lax);
 		return CHAT_E_BAD_PAYLOAD;
 	}
 	if(!root){
