@@ -43,6 +43,7 @@ struct chat_dirthread {
 	struct chat_dir *ready;   /* newest snapshot not yet taken */
 	bool loaded_once;
 	bool first_failed;
+	char first_err[256];
 	struct slow_auth *slow;
 	size_t nslow;
 	int pipefd[2];
@@ -299,6 +300,7 @@ static void *dir_main(void *arg)
 				pthread_mutex_lock(&t->mu);
 				if(!t->loaded_once){
 					t->first_failed = true;
+					snprintf(t->first_err, sizeof t->first_err, "%.200s", err);
 					pthread_cond_broadcast(&t->cv);
 				}
 				pthread_mutex_unlock(&t->mu);
@@ -382,8 +384,8 @@ int chat_dirthread__start(struct chat_plugin *p)
 	bool ok = t->loaded_once;
 	pthread_mutex_unlock(&t->mu);
 	if(!ok){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "chat: directory: postgres unreachable at start; users can log in "
-				"once it is back");
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "chat: directory: postgres unreachable at start (%s); users can log "
+				"in once it is back", t->first_err[0] ? t->first_err : "timed out");
 	}
 	struct chat_dir *d = chat_dirthread__take(p);
 	if(d) chat_tick__apply_dir(p, d);

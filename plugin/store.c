@@ -138,7 +138,15 @@ struct chat_store {
 	char prefix[256];
 };
 
-#define RECENT_MAX 50000
+/* Recently stored (sender, cid) pairs: answers retries without a database
+ * round trip, and while the database is down it is the only way to
+ * recognise a retry. Copies are kept for small messages only; a pair known
+ * without a copy is answered "unavailable" while spooling (never a second
+ * copy). Preloaded at start with the last RECENT_WINDOW_MS of cids. */
+#define RECENT_MAX 200000
+#define RECENT_COPY_MAX 2048
+#define RECENT_WINDOW_MS (24LL * 3600 * 1000)
+static const char KNOWN_NO_COPY[] = "";
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -572,6 +580,11 @@ static void plan_event(struct chat_store *s, struct plan *pl, const char *user, 
 /* A stored message seen again: the sending device gets the stored copy. */
 static bool plan_duplicate(struct chat_store *s, struct plan *pl, const struct chat_job *j, const char *stored)
 {
+	if(stored == KNOWN_NO_COPY){
+		/* a retry of a stored message we cannot show while spooling */
+		plan_error(s, pl, j, CHAT_E_UNAVAILABLE, "this message is already stored; retry when the store is back");
+		return true;
+	}
 	char topic[512];
 	inbox_topic(s, j->from, topic, sizeof topic);
 	char *copy = strdup(stored);
@@ -588,7 +601,10 @@ static const char *cid_lookup(struct chat_store *s, struct plan *pl, const struc
 	const char *v = chat_hmap_getn(&pl->cids, key, kl);
 	if(v) return v;
 	struct recent *r = chat_hmap_getn(&s->recent, key, kl);
-	return r ? r->payload : NULL;
+	if(!r) return NULL;
+	if(r->payload) return r->payload;
+	/* with the database up, dedupe_db has already looked it up */
+	return s->db_up ? NULL : KNOWN_NO_COPY;
 }
 
 static void cid_remember(struct plan *pl, const struct chat_job *j, const struct chat_event *sender_copy)
@@ -615,6 +631,11 @@ static void plan_dm(struct chat_store *s, struct plan *pl, struct chat_job *j)
 	bool self = strcmp(j->from, j->to) == 0;
 	int64_t *cs = counter_get(&s->counters, j->from);
 	int64_t *cp = counter_get(&s->counters, j->to);
+	if(!cp && !counter_get(&pl->seq, j->to) && s->db_up){
+		/* deleted since the broker's last directory snapshot */
+		plan_error(s, pl, j, CHAT_E_UNKNOWN_RECIPIENT, "no such user");
+		return;
+	}
 	if((!cs && !counter_get(&pl->seq, j->from)) || (!cp && !counter_get(&pl->seq, j->to))){
 		plan_error(s, pl, j, CHAT_E_UNAVAILABLE, "message store unavailable for this user, try again");
 		return;
@@ -898,6 +919,61 @@ static void plan_strings(struct plan *pl, char *v[NCOLS], size_t lens[NCOLS])
 	}
 }
 
+static void recent_add(struct chat_store *s, const char *k, size_t kl, const char *copy)
+{
+	struct recent *r = chat_hmap_getn(&s->recent, k, kl);
+	if(r){
+		if(!r->payload && copy && strlen(copy) <= RECENT_COPY_MAX) r->payload = strdup(copy);
+		return;
+	}
+	r = calloc(1, sizeof *r);
+	if(!r) return;
+	r->key = malloc(kl);
+	r->payload = copy && strlen(copy) <= RECENT_COPY_MAX ? strdup(copy) : NULL;
+	if(!r->key || chat_hmap_putn(&s->recent, k, kl, r, NULL)){
+		free(r->key);
+		free(r->payload);
+		free(r);
+		return;
+	}
+	memcpy(r->key, k, kl);
+	r->klen = kl;
+	if(s->recent_tail) s->recent_tail->next = r;
+	else s->recent_head = r;
+	s->recent_tail = r;
+	if(++s->recent_n > RECENT_MAX){
+		struct recent *old = s->recent_head;
+		s->recent_head = old->next;
+		if(!s->recent_head) s->recent_tail = NULL;
+		chat_hmap_deln(&s->recent, old->key, old->klen);
+		free(old->key);
+		free(old->payload);
+		free(old);
+		s->recent_n--;
+	}
+}
+
+/* Start-up: the cids of the last day, so that a retry of a message stored
+ * before a restart is recognised even while the database is down. */
+static void recent_preload(struct chat_store *s)
+{
+	char since[24];
+	snprintf(since, sizeof since, "%lld", (long long)(chat_now_ms() - RECENT_WINDOW_MS));
+	char lim[24];
+	snprintf(lim, sizeof lim, "%d", RECENT_MAX);
+	const char *v[2] = {since, lim};
+	PGresult *r = q(s, "SELECT user_id, cid FROM messages WHERE cid IS NOT NULL AND ts > $1::bigint "
+			"ORDER BY ts LIMIT $2::integer", 2, v);
+	if(PQresultStatus(r) == PGRES_TUPLES_OK){
+		for(int i = 0; i < PQntuples(r); i++){
+			char key[CHAT_ID_MAX + 1 + CHAT_CID_MAX + 1];
+			size_t kl = chat_pair_key(key, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
+			recent_add(s, key, kl, NULL);
+		}
+	}
+	PQclear(r);
+}
+
 /* After a plan is durable: advance counters, remember cids and contacts. */
 static void plan_apply(struct chat_store *s, struct plan *pl)
 {
@@ -913,34 +989,7 @@ static void plan_apply(struct chat_store *s, struct plan *pl)
 		chat_hmap_putn(&s->known_contacts, k, kl, (void *)1, NULL);
 	}
 	it = 0;
-	while(chat_hmap_next(&pl->cids, &it, &k, &kl, &v)){
-		if(chat_hmap_getn(&s->recent, k, kl)) continue;
-		struct recent *r = calloc(1, sizeof *r);
-		if(!r) continue;
-		r->key = malloc(kl);
-		r->payload = strdup(v);
-		if(!r->key || !r->payload || chat_hmap_putn(&s->recent, k, kl, r, NULL)){
-			free(r->key);
-			free(r->payload);
-			free(r);
-			continue;
-		}
-		memcpy(r->key, k, kl);
-		r->klen = kl;
-		if(s->recent_tail) s->recent_tail->next = r;
-		else s->recent_head = r;
-		s->recent_tail = r;
-		if(++s->recent_n > RECENT_MAX){
-			struct recent *old = s->recent_head;
-			s->recent_head = old->next;
-			if(!s->recent_head) s->recent_tail = NULL;
-			chat_hmap_deln(&s->recent, old->key, old->klen);
-			free(old->key);
-			free(old->payload);
-			free(old);
-			s->recent_n--;
-		}
-	}
+	while(chat_hmap_next(&pl->cids, &it, &k, &kl, &v)) recent_add(s, k, kl, v);
 	s->st_stored += (long)pl->nmsg;
 	s->st_batches++;
 	push_results(s, pl->res_head, pl->res_tail);
@@ -977,7 +1026,8 @@ static bool dedupe_db(struct chat_store *s, struct plan *pl, struct chat_job *jo
 		if((j->kind == CHAT_JOB_DM || j->kind == CHAT_JOB_GROUP) && j->send.cid){
 			char key[CHAT_ID_MAX + 1 + CHAT_CID_MAX + 1];
 			size_t kl = chat_pair_key(key, j->from, j->send.cid);
-			if(chat_hmap_getn(&s->recent, key, kl) || chat_hmap_getn(&want, key, kl)) continue;
+			struct recent *rc = chat_hmap_getn(&s->recent, key, kl);
+			if((rc && rc->payload) || chat_hmap_getn(&want, key, kl)) continue;
 			chat_hmap_putn(&want, key, kl, (void *)1, NULL);
 			chat_pgarr_str(&u, j->from);
 			chat_pgarr_str(&c, j->send.cid);
@@ -1238,6 +1288,7 @@ static void try_connect(struct chat_store *s)
 		if(s->db_up) db_close(s);
 		return;
 	}
+	if(!s->counters_loaded) recent_preload(s);
 	if(!s->counters_loaded && load_all_counters(s)){
 		chat_store__log(s->p, MOSQ_LOG_WARNING, "chat: store: cannot load counters: %s", PQerrorMessage(s->pg));
 		db_close(s);

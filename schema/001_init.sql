@@ -113,6 +113,9 @@ END $$;
 SELECT chat_make_partitions('messages', (SELECT value::integer FROM chat_settings WHERE key = 'partitions'));
 SELECT chat_make_partitions('group_messages', (SELECT value::integer FROM chat_settings WHERE key = 'partitions'));
 
+-- The broker preloads the last day's (sender, cid) pairs at start, to
+-- recognise retries even while PostgreSQL is down later.
+CREATE INDEX IF NOT EXISTS messages_cid_ts_idx ON messages (ts) WHERE cid IS NOT NULL;
 -- Receipts look up "did this user receive message id X"; read marks look up
 -- the caller's own seq of a message.
 CREATE INDEX IF NOT EXISTS messages_user_id_idx ON messages (user_id, id);
