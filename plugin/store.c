@@ -314,96 +314,65 @@ static int load_counters(struct chat_store *s, struct chat_pgarr *users, struct 
 	return 0;
 }
 
-/* Apply one plan's statements inside the caller's transaction. replay:
- * rows already present are skipped (spool replay is idempotent). */
-static bool plan_exec(struct chat_store *s, char *const *c, const size_t *counts, bool replay)
-{
-	static const char INS_MSG[] =
+/* The statements of a plan, in order. Each takes ncols consecutive plan
+ * columns starting at col and runs when counts[when] is non-zero. */
+static const struct plan_stmt {
+	int when;
+	int col;
+	int ncols;
+	bool replay_skips;      /* ON CONFLICT DO NOTHING on replay */
+	const char *what;
+	const char *sql;
+} PLAN_STMTS[] = {
+	{0, M_USER, 18, true, "insert messages",
 		"INSERT INTO messages (user_id, seq, kind, id, ts, from_user, to_user, peer, group_id, gseq, cid, body, "
 		"meta, status, ids, gevent, guser, gby) "
 		"SELECT u, s, k, i, t, f, tt, pr, g, gs, c, b, m, st, ids::text[], ge, gu, gb FROM unnest("
 		"$1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::text[], "
 		"$9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], "
-		"$17::text[], $18::text[]) AS x(u, s, k, i, t, f, tt, pr, g, gs, c, b, m, st, ids, ge, gu, gb)";
-	static const char INS_GMSG[] =
+		"$17::text[], $18::text[]) AS x(u, s, k, i, t, f, tt, pr, g, gs, c, b, m, st, ids, ge, gu, gb)"},
+	{1, G_GROUP, 7, true, "insert group messages",
 		"INSERT INTO group_messages (group_id, gseq, id, ts, from_user, body, meta) "
-		"SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[])";
-	char sql[2048];
-	PGresult *r;
-	bool ok = true;
+		"SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[])"},
+	{0, CU_USER, 2, false, "advance seq counters",
+		"UPDATE inbox_counters c SET last_seq = GREATEST(c.last_seq, x.s) "
+		"FROM unnest($1::text[], $2::bigint[]) AS x(u, s) WHERE c.user_id = x.u"},
+	{1, CG_GROUP, 2, false, "advance gseq counters",
+		"UPDATE groups g SET last_gseq = GREATEST(g.last_gseq, x.s) "
+		"FROM unnest($1::text[], $2::bigint[]) AS x(id, s) WHERE g.id = x.id"},
+	{2, K_A, 2, false, "insert contacts",
+		"INSERT INTO contacts (user_id, peer) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING"},
+	{3, R_USER, 4, false, "upsert receipts",
+		"INSERT INTO receipts (user_id, msg_id, status, ts) "
+		"SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) "
+		"ON CONFLICT (user_id, msg_id) DO UPDATE SET "
+		"status = CASE WHEN receipts.status = 'read' THEN 'read' ELSE EXCLUDED.status END, ts = EXCLUDED.ts"},
+	{4, RM_USER, 4, false, "upsert read marks",
+		"INSERT INTO read_marks (user_id, kind, conv, read_seq) "
+		"SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) "
+		"ON CONFLICT (user_id, kind, conv) DO UPDATE SET read_seq = GREATEST(read_marks.read_seq, EXCLUDED.read_seq)"},
+	{5, O_ID, 1, false, "delete group outbox rows",
+		"DELETE FROM group_outbox WHERE id = ANY($1::bigint[])"},
+	{6, P_USER, 4, false, "upsert presence",
+		"INSERT INTO presence (user_id, status, ts, last_seen) "
+		"SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) "
+		"ON CONFLICT (user_id) DO UPDATE SET status = EXCLUDED.status, ts = EXCLUDED.ts, last_seen = EXCLUDED.last_seen"},
+};
 
-	if(counts[0]){
-		snprintf(sql, sizeof sql, "%s%s", INS_MSG, replay ? " ON CONFLICT DO NOTHING" : "");
-		r = q(s, sql, 18, (const char *const *)&c[M_USER]);
-		ok = exec_ok(r);
-		if(!ok) chat_store__log(s->p, MOSQ_LOG_WARNING, "chat: store: insert messages: %s", PQresultErrorMessage(r));
-		PQclear(r);
-		if(!ok) return false;
-	}
-	if(counts[1]){
-		snprintf(sql, sizeof sql, "%s%s", INS_GMSG, replay ? " ON CONFLICT DO NOTHING" : "");
-		r = q(s, sql, 7, (const char *const *)&c[G_GROUP]);
-		ok = exec_ok(r);
-		if(!ok) chat_store__log(s->p, MOSQ_LOG_WARNING, "chat: store: insert group messages: %s", PQresultErrorMessage(r));
-		PQclear(r);
-		if(!ok) return false;
-	}
-	if(counts[0]){
-		r = q(s, "UPDATE inbox_counters c SET last_seq = GREATEST(c.last_seq, x.s) "
-				"FROM unnest($1::text[], $2::bigint[]) AS x(u, s) WHERE c.user_id = x.u", 2,
-				(const char *const *)&c[CU_USER]);
-		ok = exec_ok(r);
-		PQclear(r);
-		if(!ok) return false;
-	}
-	if(counts[1]){
-		r = q(s, "UPDATE groups g SET last_gseq = GREATEST(g.last_gseq, x.s) "
-				"FROM unnest($1::text[], $2::bigint[]) AS x(id, s) WHERE g.id = x.id", 2,
-				(const char *const *)&c[CG_GROUP]);
-		ok = exec_ok(r);
-		PQclear(r);
-		if(!ok) return false;
-	}
-	if(counts[2]){
-		r = q(s, "INSERT INTO contacts (user_id, peer) SELECT * FROM unnest($1::text[], $2::text[]) "
-				"ON CONFLICT DO NOTHING", 2, (const char *const *)&c[K_A]);
-		ok = exec_ok(r);
-		PQclear(r);
-		if(!ok) return false;
-	}
-	if(counts[3]){
-		r = q(s, "INSERT INTO receipts (user_id, msg_id, status, ts) "
-				"SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) "
-				"ON CONFLICT (user_id, msg_id) DO UPDATE SET "
-				"status = CASE WHEN receipts.status = 'read' THEN 'read' ELSE EXCLUDED.status END, ts = EXCLUDED.ts",
-				4, (const char *const *)&c[R_USER]);
-		ok = exec_ok(r);
-		PQclear(r);
-		if(!ok) return false;
-	}
-	if(counts[4]){
-		r = q(s, "INSERT INTO read_marks (user_id, kind, conv, read_seq) "
-				"SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) "
-				"ON CONFLICT (user_id, kind, conv) DO UPDATE SET "
-				"read_seq = GREATEST(read_marks.read_seq, EXCLUDED.read_seq)",
-				4, (const char *const *)&c[RM_USER]);
-		ok = exec_ok(r);
-		PQclear(r);
-		if(!ok) return false;
-	}
-	if(counts[5]){
-		r = q(s, "DELETE FROM group_outbox WHERE id = ANY($1::bigint[])", 1, (const char *const *)&c[O_ID]);
-		ok = exec_ok(r);
-		PQclear(r);
-		if(!ok) return false;
-	}
-	if(counts[6]){
-		r = q(s, "INSERT INTO presence (user_id, status, ts, last_seen) "
-				"SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) "
-				"ON CONFLICT (user_id) DO UPDATE SET status = EXCLUDED.status, ts = EXCLUDED.ts, "
-				"last_seen = EXCLUDED.last_seen",
-				4, (const char *const *)&c[P_USER]);
-		ok = exec_ok(r);
+/* Apply one plan's statements inside the caller's transaction. replay:
+ * rows already present are skipped (spool replay is idempotent). */
+static bool plan_exec(struct chat_store *s, char *const *c, const size_t *counts, bool replay)
+{
+	for(size_t i = 0; i < sizeof PLAN_STMTS / sizeof PLAN_STMTS[0]; i++){
+		const struct plan_stmt *st = &PLAN_STMTS[i];
+		if(!counts[st->when]) continue;
+		char sql[2048];
+		snprintf(sql, sizeof sql, "%s%s", st->sql, replay && st->replay_skips ? " ON CONFLICT DO NOTHING" : "");
+		PGresult *r = q(s, sql, st->ncols, (const char *const *)&c[st->col]);
+		bool ok = exec_ok(r);
+		if(!ok && !chat_pg_conn_lost(s->pg)){
+			chat_store__log(s->p, MOSQ_LOG_WARNING, "chat: store: %s: %s", st->what, PQresultErrorMessage(r));
+		}
 		PQclear(r);
 		if(!ok) return false;
 	}
