@@ -9,11 +9,12 @@
     chatstack.py starts it), with bench users {prefix}s{i} and {prefix}r{i};
   * a second, plain mosquitto without the plugin;
 both on free loopback ports, with the same broker settings (no per-message
-logging, unlimited per-client queue so that overload shows as latency
-instead of silent drops). Then `dm_bench --chat ... --plain ...` runs with
+logging, TCP_NODELAY, unlimited per-client queue so that overload shows as
+latency instead of silent drops). Then `dm_bench --chat ... --plain ...` runs with
 the remaining arguments, and everything is stopped again, also on failure.
 
 Usage: bench/run-dm-bench.py [--keep-logs] [dm_bench options...]
+  --keep-logs   copy both brokers' logs to a new /tmp/dm-bench-logs-* directory
 Environment: CHAT_BUILD_DIR (default <source>/build); CHAT_DM_BENCH (another
 dm_bench binary); CHAT_BENCH_PG_CONF ("name = value; ..." appended to
 postgresql.conf, e.g. "log_min_duration_statement = 5"); CHAT_BENCH_PG_LOG
@@ -27,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,6 +47,7 @@ BROKER_COMMON = [
     "log_type warning",
     "log_type notice",
     "connection_messages false",
+    "set_tcp_nodelay true",
     "max_queued_messages 0",
 ]
 
@@ -59,7 +62,7 @@ class BenchStack(chatstack.Stack):
         out = []
         for line in lines:
             key = line.split(" ", 1)[0]
-            if key in ("log_dest", "log_type", "connection_messages"):
+            if key in ("log_dest", "log_type", "connection_messages", "set_tcp_nodelay"):
                 continue
             out.append(line)
         # before the listeners: they start per-listener sections
@@ -207,8 +210,7 @@ def main(argv):
                 print("%s log, warnings and errors (%d):\n  %s" % (what, len(bad),
                                                                    "\n  ".join(bad[-20:])))
         if keep:
-            dest = os.path.join(os.getcwd(), "dm-bench-logs")
-            os.makedirs(dest, exist_ok=True)
+            dest = tempfile.mkdtemp(prefix="dm-bench-logs-")
             shutil.copy(stack.broker_log_file, os.path.join(dest, "chat-broker.log"))
             shutil.copy(os.path.join(stack.dir, "plain.log"), os.path.join(dest, "plain-broker.log"))
             print("logs kept in %s" % dest)
