@@ -1005,12 +1005,8 @@ static bool dedupe_db(struct chat_store *s, struct plan *pl, struct chat_job *jo
 	bool ok = true;
 	if(u.n){
 		const char *v[2] = {chat_pgarr_end(&u), chat_pgarr_end(&c)};
-		/* "user_id = ANY" lets the planner prune to the senders' partitions
-		 * (a join on unnest() plans every partition: ~25 ms a batch). The
-		 * cross product it may return is filtered against the wanted pairs
-		 * below; group bodies are fetched only for the rare hits. */
-		PGresult *r = q(s, "SELECT user_id, cid, id, seq, ts, to_user, group_id, gseq, body, meta "
-				"FROM messages WHERE user_id = ANY($1::text[]) AND cid = ANY($2::text[])", 2, v);
+		/* prepared in try_connect; group bodies only for the rare hits */
+		PGresult *r = PQexecPrepared(s->pg, "chat_dedupe", 2, v, NULL, NULL, 0);
 		ok = PQresultStatus(r) == PGRES_TUPLES_OK;
 		for(int i = 0; ok && i < PQntuples(r); i++){
 			char key[CHAT_ID_MAX + 1 + CHAT_CID_MAX + 1];
@@ -1148,6 +1144,8 @@ static int batch_db(struct chat_store *s, struct chat_job *jobs, bool outbox)
 		plan_free(&pl);
 		s->st_db_errors++;
 		if(is_conn_error(s)){
+			chat_store__log(s->p, MOSQ_LOG_WARNING, "chat: store: postgres unreachable (%s), spooling to %s",
+					PQerrorMessage(s->pg), s->p->cfg.spool_dir);
 			db_close(s);
 			return 0;
 		}
@@ -1252,6 +1250,24 @@ static void try_connect(struct chat_store *s)
 	}
 	s->backoff_ms = 100;
 	s->db_up = true;
+	/* Generic plans with run-time partition pruning: planning a statement
+	 * over 64+ partitions per batch costs more than running it, and JIT
+	 * compiling one costs up to a second. The cid look-up is prepared once
+	 * per connection: one index probe per (sender, cid) in its partition. */
+	PGresult *r = PQexec(s->pg, "SET jit = off; SET plan_cache_mode = force_generic_plan");
+	PQclear(r);
+	r = PQprepare(s->pg, "chat_dedupe",
+			"SELECT m.user_id, m.cid, m.id, m.seq, m.ts, m.to_user, m.group_id, m.gseq, m.body, m.meta "
+			"FROM unnest($1::text[], $2::text[]) AS x(u, c) "
+			"CROSS JOIN LATERAL (SELECT * FROM messages m WHERE m.user_id = x.u AND m.cid = x.c OFFSET 0) m",
+			2, NULL);
+	bool prepared = PQresultStatus(r) == PGRES_COMMAND_OK;
+	PQclear(r);
+	if(!prepared){
+		chat_store__log(s->p, MOSQ_LOG_WARNING, "chat: store: prepare: %s", PQerrorMessage(s->pg));
+		db_close(s);
+		return;
+	}
 	/* replay first: counters loaded before it would miss the spooled seqs */
 	if(!replay(s)){
 		if(s->db_up) db_close(s);
