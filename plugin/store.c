@@ -134,6 +134,8 @@ struct chat_store {
 	size_t recent_n;
 	int64_t next_stats_ns, next_outbox_ns;
 	int outbox_min_age_s;
+	bool recent_complete;       /* preloaded: every cid of the window is in recent */
+	char last_sqlstate[6];
 	long st_stored, st_batches, st_spooled, st_replayed, st_dups, st_db_errors;
 	char prefix[256];
 };
@@ -370,6 +372,10 @@ static bool plan_exec(struct chat_store *s, char *const *c, const size_t *counts
 		snprintf(sql, sizeof sql, "%s%s", st->sql, replay && st->replay_skips ? " ON CONFLICT DO NOTHING" : "");
 		PGresult *r = q(s, sql, st->ncols, (const char *const *)&c[st->col]);
 		bool ok = exec_ok(r);
+		if(!ok){
+			const char *st5 = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+			snprintf(s->last_sqlstate, sizeof s->last_sqlstate, "%s", st5 ? st5 : "");
+		}
 		if(!ok && !chat_pg_conn_lost(s->pg)){
 			chat_store__log(s->p, MOSQ_LOG_WARNING, "chat: store: %s: %s", st->what, PQresultErrorMessage(r));
 		}
@@ -934,6 +940,7 @@ static void recent_preload(struct chat_store *s)
 	PGresult *r = q(s, "SELECT user_id, cid FROM messages WHERE cid IS NOT NULL AND ts > $1::bigint "
 			"ORDER BY ts LIMIT $2::integer", 2, v);
 	if(PQresultStatus(r) == PGRES_TUPLES_OK){
+		s->recent_complete = PQntuples(r) < RECENT_MAX;
 		for(int i = 0; i < PQntuples(r); i++){
 			char key[CHAT_ID_MAX + 1 + CHAT_CID_MAX + 1];
 			size_t kl = chat_pair_key(key, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
@@ -986,7 +993,11 @@ static void unknown_counters(struct chat_store *s, struct chat_job *jobs, struct
 
 /* Look the batch's cids up in the database: a hit becomes a plan cid entry
  * holding the stored sender copy, so planning answers it as a duplicate. */
-static bool dedupe_db(struct chat_store *s, struct plan *pl, struct chat_job *jobs)
+/* force: look every cid up. Otherwise, while the recent cache holds every
+ * cid of its window, a cid missing from it is new and costs no query: a
+ * retry from beyond the window (or evicted) then fails the INSERT on
+ * UNIQUE (user_id, cid), and batch_db re-plans with force. */
+static bool dedupe_db(struct chat_store *s, struct plan *pl, struct chat_job *jobs, bool force)
 {
 	struct chat_pgarr u = {0}, c = {0};
 	struct chat_hmap want;
@@ -997,6 +1008,7 @@ static bool dedupe_db(struct chat_store *s, struct plan *pl, struct chat_job *jo
 			size_t kl = chat_pair_key(key, j->from, j->send.cid);
 			struct recent *rc = chat_hmap_getn(&s->recent, key, kl);
 			if((rc && rc->payload) || chat_hmap_getn(&want, key, kl)) continue;
+			if(!rc && s->recent_complete && !force) continue; /* new, by the cache's word */
 			chat_hmap_putn(&want, key, kl, (void *)1, NULL);
 			chat_pgarr_str(&u, j->from);
 			chat_pgarr_str(&c, j->send.cid);
@@ -1099,9 +1111,11 @@ static bool is_conn_error(struct chat_store *s)
  * unreachable (caller spools), -1 failed for good. */
 static int batch_db(struct chat_store *s, struct chat_job *jobs, bool outbox)
 {
+	bool lookup = false;
 	for(int attempt = 0; attempt < 3; attempt++){
 		struct plan pl;
 		plan_init(&pl);
+		s->last_sqlstate[0] = '\0';
 		struct chat_pgarr users = {0}, groups = {0};
 		bool ok = simple(s, "BEGIN");
 		bool reload = false;
@@ -1121,7 +1135,7 @@ static int batch_db(struct chat_store *s, struct chat_job *jobs, bool outbox)
 		}
 		chat_pgarr_free(&users);
 		chat_pgarr_free(&groups);
-		if(ok) ok = dedupe_db(s, &pl, jobs);
+		if(ok) ok = dedupe_db(s, &pl, jobs, lookup);
 		if(ok && outbox) ok = plan_outbox(s, &pl, INT64_MAX, s->outbox_min_age_s);
 		if(ok){
 			plan_jobs(s, &pl, jobs);
@@ -1152,7 +1166,14 @@ static int batch_db(struct chat_store *s, struct chat_job *jobs, bool outbox)
 		char why[512];
 		snprintf(why, sizeof why, "%s", PQerrorMessage(s->pg)); /* before ROLLBACK clears it */
 		simple(s, "ROLLBACK");
-		chat_store__log(s->p, MOSQ_LOG_WARNING, "chat: store: batch failed (attempt %d): %s", attempt + 1, why);
+		if(strcmp(s->last_sqlstate, "23505") == 0 && !lookup){
+			/* a retried cid older than the cache (or another writer's seq):
+			 * re-plan with every cid looked up and counters re-read */
+			lookup = true;
+			chat_store__log(s->p, MOSQ_LOG_INFO, "chat: store: unique clash, re-checking the batch against postgres");
+		}else{
+			chat_store__log(s->p, MOSQ_LOG_WARNING, "chat: store: batch failed (attempt %d): %s", attempt + 1, why);
+		}
 		/* a clash with another writer: forget counters, re-read, re-plan */
 		free_map_values(&s->counters);
 		free_map_values(&s->gcounters);

@@ -342,6 +342,9 @@ class GroupTest(GroupCase):
         d2 = self.client(dave, pw[dave], device="two")
         d5 = self.client(dave, pw[dave], device="five", protocol=MQTTv5)
         self.until(a, gid, "ok", time.monotonic())
+        # the probe's copy for bob travels on another socket: let it land
+        b.wait_for(lambda m: isinstance(m.json, dict) and m.json.get("body") == "probe", timeout=5,
+                   what="bob's copy of the probe")
         a.drain()
         b.drain()
         cases = [
