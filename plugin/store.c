@@ -262,26 +262,26 @@ static bool simple(struct chat_store *s, const char *sql)
 	return ok;
 }
 
+/* Run a query returning (key, counter) rows into map. ids: NULL for every
+ * row, else a text[] literal bound as $1. */
+static int load_into(struct chat_store *s, struct chat_hmap *map, const char *sql, const char *ids)
+{
+	PGresult *r = q(s, sql, ids ? 1 : 0, ids ? &ids : NULL);
+	if(PQresultStatus(r) != PGRES_TUPLES_OK){
+		PQclear(r);
+		return -1;
+	}
+	for(int i = 0; i < PQntuples(r); i++){
+		counter_set(map, PQgetvalue(r, i, 0), strtoll(PQgetvalue(r, i, 1), NULL, 10));
+	}
+	PQclear(r);
+	return 0;
+}
+
 static int load_all_counters(struct chat_store *s)
 {
-	PGresult *r = PQexec(s->pg, "SELECT user_id, last_seq FROM inbox_counters");
-	if(PQresultStatus(r) != PGRES_TUPLES_OK){
-		PQclear(r);
-		return -1;
-	}
-	for(int i = 0; i < PQntuples(r); i++){
-		counter_set(&s->counters, PQgetvalue(r, i, 0), strtoll(PQgetvalue(r, i, 1), NULL, 10));
-	}
-	PQclear(r);
-	r = PQexec(s->pg, "SELECT id, last_gseq FROM groups");
-	if(PQresultStatus(r) != PGRES_TUPLES_OK){
-		PQclear(r);
-		return -1;
-	}
-	for(int i = 0; i < PQntuples(r); i++){
-		counter_set(&s->gcounters, PQgetvalue(r, i, 0), strtoll(PQgetvalue(r, i, 1), NULL, 10));
-	}
-	PQclear(r);
+	if(load_into(s, &s->counters, "SELECT user_id, last_seq FROM inbox_counters", NULL)
+			|| load_into(s, &s->gcounters, "SELECT id, last_gseq FROM groups", NULL)) return -1;
 	s->counters_loaded = true;
 	return 0;
 }
@@ -289,30 +289,11 @@ static int load_all_counters(struct chat_store *s)
 /* Re-read the counters of users and groups (after a clash or when unknown). */
 static int load_counters(struct chat_store *s, struct chat_pgarr *users, struct chat_pgarr *groups)
 {
-	if(users->n){
-		const char *v[1] = {chat_pgarr_end(users)};
-		PGresult *r = q(s, "SELECT user_id, last_seq FROM inbox_counters WHERE user_id = ANY($1::text[])", 1, v);
-		if(PQresultStatus(r) != PGRES_TUPLES_OK){
-			PQclear(r);
-			return -1;
-		}
-		for(int i = 0; i < PQntuples(r); i++){
-			counter_set(&s->counters, PQgetvalue(r, i, 0), strtoll(PQgetvalue(r, i, 1), NULL, 10));
-		}
-		PQclear(r);
-	}
-	if(groups->n){
-		const char *v[1] = {chat_pgarr_end(groups)};
-		PGresult *r = q(s, "SELECT id, last_gseq FROM groups WHERE id = ANY($1::text[])", 1, v);
-		if(PQresultStatus(r) != PGRES_TUPLES_OK){
-			PQclear(r);
-			return -1;
-		}
-		for(int i = 0; i < PQntuples(r); i++){
-			counter_set(&s->gcounters, PQgetvalue(r, i, 0), strtoll(PQgetvalue(r, i, 1), NULL, 10));
-		}
-		PQclear(r);
-	}
+	if(users->n && load_into(s, &s->counters,
+				"SELECT user_id, last_seq FROM inbox_counters WHERE user_id = ANY($1::text[])",
+				chat_pgarr_end(users))) return -1;
+	if(groups->n && load_into(s, &s->gcounters, "SELECT id, last_gseq FROM groups WHERE id = ANY($1::text[])",
+				chat_pgarr_end(groups))) return -1;
 	return 0;
 }
 
