@@ -266,6 +266,17 @@ static void check_slow(struct chat_dirthread *t, struct slow_auth *a)
 	PQclear(r);
 }
 
+static void take_notifies(struct chat_dirthread *t)
+{
+	PGnotify *nt;
+	while((nt = PQnotifies(t->pg))){
+		if(strcmp(nt->extra, "group_outbox") == 0) t->outbox_pending = true;
+		if(strcmp(nt->extra, "users") == 0 || strcmp(nt->extra, "groups") == 0) t->users_pending = true;
+		t->need_reload = true;
+		PQfreemem(nt);
+	}
+}
+
 static void *dir_main(void *arg)
 {
 	struct chat_dirthread *t = arg;
@@ -325,12 +336,18 @@ static void *dir_main(void *arg)
 				publish_snapshot(t, d);
 			}else{
 				chat_store__log(p, MOSQ_LOG_WARNING, "chat: directory: reload failed: %s", err);
+				t->need_reload = false;       /* retried by the timer, not in a tight loop */
+				t->next_reload_ns = now + 1000000000LL;
 				if(chat_pg_conn_lost(t->pg)) db_close(t);
 			}
 		}
 
+		/* Notifications that arrived while a query ran were read off the
+		 * socket by libpq already: collect them before waiting on it, or
+		 * the change would wait for the periodic reload. */
+		if(t->pg) take_notifies(t);
 		struct pollfd fds[2] = {{t->pipefd[0], POLLIN, 0}, {t->pg ? PQsocket(t->pg) : -1, POLLIN, 0}};
-		int n = poll(fds, t->pg ? 2 : 1, t->pg ? 1000 : 250);
+		int n = poll(fds, t->pg ? 2 : 1, t->need_reload ? 0 : (t->pg ? 1000 : 250));
 		if(n > 0 && (fds[0].revents & POLLIN)){
 			char buf[64];
 			while(read(t->pipefd[0], buf, sizeof buf) > 0){}
@@ -340,13 +357,7 @@ static void *dir_main(void *arg)
 				db_close(t);
 				continue;
 			}
-			PGnotify *nt;
-			while((nt = PQnotifies(t->pg))){
-				if(strcmp(nt->extra, "group_outbox") == 0) t->outbox_pending = true;
-				if(strcmp(nt->extra, "users") == 0 || strcmp(nt->extra, "groups") == 0) t->users_pending = true;
-				t->need_reload = true;
-				PQfreemem(nt);
-			}
+			take_notifies(t);
 		}
 		if(t->pg && chat_pg_conn_lost(t->pg)) db_close(t);
 	}
