@@ -287,6 +287,15 @@ int chat_ctl__cmd(struct chat_ctl *c, const char *sql, int n, const char *const 
 	return CHAT_CTL_OK;
 }
 
+int chat_ctl__cmd_one(struct chat_ctl *c, const char *sql, int n, const char *const *vals)
+{
+	PGresult *r = chat_ctl__exec(c, sql, n, vals, PGRES_COMMAND_OK);
+	if(!r) return -1;
+	int one = strcmp(PQcmdTuples(r), "1") == 0;
+	PQclear(r);
+	return one;
+}
+
 int chat_ctl__tx(struct chat_ctl *c, chat_ctl_tx_fn fn, void *arg)
 {
 	enum { ATTEMPTS = 5 };

@@ -76,6 +76,9 @@ PGresult *chat_ctl__exec(struct chat_ctl *c, const char *sql, int n, const char 
 		ExecStatusType want);
 /* Same for a command whose result is not needed: CHAT_CTL_OK or _FAIL. */
 int chat_ctl__cmd(struct chat_ctl *c, const char *sql, int n, const char *const *vals);
+/* A command that should touch exactly one row: 1 it did, 0 it touched
+ * none (or several), -1 error (c->err set). */
+int chat_ctl__cmd_one(struct chat_ctl *c, const char *sql, int n, const char *const *vals);
 
 /* Run fn inside BEGIN ... COMMIT; roll back when it fails. A deadlock or
  * serialisation failure reruns fn (a few times), so fn must not print. */

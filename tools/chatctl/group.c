@@ -103,14 +103,12 @@ static int create_tx(struct chat_ctl *c, void *arg)
 	 * history points at them): continue its gseq so new messages never
 	 * clash with them. */
 	const char *v[2] = {j->gid, j->user};
-	PGresult *r = chat_ctl__exec(c,
+	int inserted = chat_ctl__cmd_one(c,
 			"INSERT INTO groups (id, owner, last_gseq) VALUES ($1, $2, "
 			"COALESCE((SELECT max(gseq) FROM group_messages WHERE group_id = $1), 0)) "
 			"ON CONFLICT (id) DO NOTHING",
-			2, v, PGRES_COMMAND_OK);
-	if(!r) return CHAT_CTL_FAIL;
-	bool inserted = strcmp(PQcmdTuples(r), "1") == 0;
-	PQclear(r);
+			2, v);
+	if(inserted < 0) return CHAT_CTL_FAIL;
 	if(!inserted) return chat_ctl__fail(c, "group %s exists", j->gid);
 	if((rc = chat_ctl__cmd(c, "INSERT INTO group_members (group_id, user_id) VALUES ($1, $2)", 2, v)))
 		return rc;
@@ -136,12 +134,10 @@ static int add_tx(struct chat_ctl *c, void *arg)
 	if((rc = lock_group(c, j->gid))) return rc;
 	if((rc = need_user(c, j->user, true))) return rc;
 	const char *v[2] = {j->gid, j->user};
-	PGresult *r = chat_ctl__exec(c,
+	int inserted = chat_ctl__cmd_one(c,
 			"INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-			2, v, PGRES_COMMAND_OK);
-	if(!r) return CHAT_CTL_FAIL;
-	bool inserted = strcmp(PQcmdTuples(r), "1") == 0;
-	PQclear(r);
+			2, v);
+	if(inserted < 0) return CHAT_CTL_FAIL;
 	if(!inserted) return chat_ctl__fail(c, "user %s is already a member of group %s", j->user, j->gid);
 
 	if(!(m = members(c, j->gid))) return CHAT_CTL_FAIL;
@@ -162,11 +158,9 @@ static int remove_tx(struct chat_ctl *c, void *arg)
 
 	if((rc = lock_group(c, j->gid))) return rc;
 	const char *v[2] = {j->gid, j->user};
-	PGresult *r = chat_ctl__exec(c, "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2",
-			2, v, PGRES_COMMAND_OK);
-	if(!r) return CHAT_CTL_FAIL;
-	bool deleted = strcmp(PQcmdTuples(r), "1") == 0;
-	PQclear(r);
+	int deleted = chat_ctl__cmd_one(c, "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2",
+			2, v);
+	if(deleted < 0) return CHAT_CTL_FAIL;
 	if(!deleted) return chat_ctl__fail(c, "user %s is not a member of group %s", j->user, j->gid);
 
 	if(!(m = members(c, j->gid))) return CHAT_CTL_FAIL;

@@ -29,13 +29,11 @@ static int add_tx(struct chat_ctl *c, void *arg)
 {
 	struct cred_job *j = arg;
 	const char *v[3] = {j->user, j->pwhash, j->verifier};
-	PGresult *r = chat_ctl__exec(c,
+	int inserted = chat_ctl__cmd_one(c,
 			"INSERT INTO users (id, pwhash, verifier) VALUES ($1, $2, $3) "
 			"ON CONFLICT (id) DO NOTHING",
-			3, v, PGRES_COMMAND_OK);
-	if(!r) return CHAT_CTL_FAIL;
-	bool inserted = strcmp(PQcmdTuples(r), "1") == 0;
-	PQclear(r);
+			3, v);
+	if(inserted < 0) return CHAT_CTL_FAIL;
 	if(!inserted) return chat_ctl__fail(c, "user %s exists", j->user);
 	return chat_ctl__cmd(c, "INSERT INTO inbox_counters (user_id, last_seq) VALUES ($1, 0)", 1, v);
 }
@@ -44,11 +42,9 @@ static int passwd_tx(struct chat_ctl *c, void *arg)
 {
 	struct cred_job *j = arg;
 	const char *v[3] = {j->user, j->pwhash, j->verifier};
-	PGresult *r = chat_ctl__exec(c, "UPDATE users SET pwhash = $2, verifier = $3 WHERE id = $1", 3,
-			v, PGRES_COMMAND_OK);
-	if(!r) return CHAT_CTL_FAIL;
-	bool updated = strcmp(PQcmdTuples(r), "1") == 0;
-	PQclear(r);
+	int updated = chat_ctl__cmd_one(c, "UPDATE users SET pwhash = $2, verifier = $3 WHERE id = $1", 3,
+			v);
+	if(updated < 0) return CHAT_CTL_FAIL;
 	if(!updated) return chat_ctl__fail(c, "unknown user %s", j->user);
 	return CHAT_CTL_OK;
 }
